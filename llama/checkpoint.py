@@ -46,8 +46,6 @@ def read_params(ckpt_dir: Path) -> dict:
 
 def find_shards(ckpt_dir: Path) -> List[Path]:
     """The checkpoint's shards in model-parallel rank order."""
-    if not ckpt_dir.is_dir():
-        raise LlamaError(f"Checkpoint folder {ckpt_dir} not found. Pass --ckpt_dir pointing at a downloaded model.")
     shards = sorted(ckpt_dir.glob("*.pth"))
     if not shards:
         raise LlamaError(f"No *.pth checkpoint files in {ckpt_dir}. Pass the folder that holds consolidated.00.pth.")
@@ -109,32 +107,34 @@ def read_slice(shards: List[Shard], key: str, rank: int, world: int, args: Model
     dim = split_dim(key)
     if dim is None:
         return shards[0][key]
-    full = sum(shard[key].shape[dim] for shard in shards)
-    start, stop = local_range(key, full, rank, world, args)
+    parts = [shard[key] for shard in shards]
+    start, stop = local_range(key, sum(part.shape[dim] for part in parts), rank, world, args)
     pieces, offset = [], 0
-    for shard in shards:
-        size = shard[key].shape[dim]
+    for part in parts:
+        size = part.shape[dim]
         lo, hi = max(start, offset), min(stop, offset + size)
         if lo < hi:
-            pieces.append(shard[key].narrow(dim, lo - offset, hi - lo))
+            pieces.append(part.narrow(dim, lo - offset, hi - lo))
         offset += size
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim)
 
 
-def check_keys(shard: Shard, expected: List[str], path: Path) -> None:
+def check_keys(shard: Shard, expected: List[str], where: str) -> None:
     keys = set(shard) - IGNORED_KEYS
     missing, unexpected = sorted(set(expected) - keys), sorted(keys - set(expected))
     if missing or unexpected:
         raise LlamaError(
-            f"{path} does not match params.json: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}. "
+            f"{where} does not match the model: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}. "
             "Check that params.json belongs to these weights."
         )
 
 
-def model_args(ckpt_dir: Path, max_seq_len: int, max_batch_size: int, vocab_size: int) -> ModelArgs:
+def open_checkpoint(ckpt_dir: Path) -> Tuple[dict, List[Shard]]:
+    """The model settings and the memory-mapped shards (in model-parallel rank order) of a checkpoint folder."""
+    if not ckpt_dir.is_dir():
+        raise LlamaError(f"Checkpoint folder {ckpt_dir} not found. Pass --ckpt_dir pointing at a downloaded model.")
     params = read_params(ckpt_dir)
-    params.update(max_seq_len=max_seq_len, max_batch_size=max_batch_size, vocab_size=vocab_size)
-    return ModelArgs(**params)
+    return params, [open_shard(path) for path in find_shards(ckpt_dir)]
 
 
 def cache_bytes(args: ModelArgs, world: int, dtype: torch.dtype) -> int:
@@ -204,23 +204,31 @@ def _skip_fairscale_init() -> Iterator[None]:
 
 
 def load_model(
-    ckpt_dir: Path, args: ModelArgs, rank: int, world: int, device: torch.device, dtype: torch.dtype, verbose: bool
+    ckpt_dir: Path,
+    max_seq_len: int,
+    max_batch_size: int,
+    vocab_size: int,
+    rank: int,
+    world: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    verbose: bool,
 ) -> Transformer:
     """Build model-parallel rank `rank` of `world` from a checkpoint saved for any MP size, without
     allocating random weights first: every tensor goes from the memory-mapped shard straight into place."""
-    shard_paths = find_shards(ckpt_dir)
+    params, shards = open_checkpoint(ckpt_dir)
+    args = ModelArgs(**{**params, "max_seq_len": max_seq_len, "max_batch_size": max_batch_size, "vocab_size": vocab_size})
     if world not in valid_world_sizes(args):
         raise LlamaError(
             f"This model ({args.n_heads} heads, {args.kv_heads} KV heads) cannot be split over {world} processes; "
             f"run it with torchrun --nproc_per_node one of {valid_world_sizes(args)}."
         )
-    shards = [open_shard(path) for path in shard_paths]
     with torch.device("meta"), _skip_fairscale_init():
         model = Transformer(args)
     state = model.state_dict()
-    for path, shard in zip(shard_paths, shards):
-        check_keys(shard, list(state), path)
-    rows = sum(shard["tok_embeddings.weight"].shape[0] for shard in shards[:1])
+    for i, shard in enumerate(shards):
+        check_keys(shard, list(state), f"Shard {i} of {ckpt_dir}")
+    rows = shards[0]["tok_embeddings.weight"].shape[0]
     if rows != args.vocab_size:
         raise LlamaError(
             f"The tokenizer has {args.vocab_size} tokens but the checkpoint's embedding has {rows} rows. "

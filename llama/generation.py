@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from fairscale.nn.model_parallel.initialize import get_model_parallel_rank, get_model_parallel_world_size
 
 from .chat_format import UNSAFE_ERROR, Dialog, Message, check_dialog, encode_dialog, has_special_tags
-from .checkpoint import load_model, model_args
+from .checkpoint import load_model
 from .distributed import agree_on_errors, is_main_rank, pick_device, pick_dtype, setup_model_parallel, silence_other_ranks
 from .errors import LlamaError
 from .model import Transformer
@@ -81,10 +81,11 @@ class Llama:
         error = None
         try:
             tokenizer = Tokenizer(tokenizer_path)
-            args = model_args(Path(ckpt_dir), max_seq_len, max_batch_size, tokenizer.n_words)
             model = load_model(
                 Path(ckpt_dir),
-                args,
+                max_seq_len,
+                max_batch_size,
+                tokenizer.n_words,
                 get_model_parallel_rank(),
                 get_model_parallel_world_size(),
                 torch_device,
