@@ -133,6 +133,10 @@ def open_checkpoint(ckpt_dir: Path) -> Tuple[dict, List[Shard]]:
     """The model settings and the memory-mapped shards (in model-parallel rank order) of a checkpoint folder."""
     if not ckpt_dir.is_dir():
         raise LlamaError(f"Checkpoint folder {ckpt_dir} not found. Pass --ckpt_dir pointing at a downloaded model.")
+    if (ckpt_dir / "config.json").is_file() and not (ckpt_dir / PARAMS_FILE).is_file():
+        from .convert import open_hf_checkpoint  # Hugging Face format
+
+        return open_hf_checkpoint(ckpt_dir)
     params = read_params(ckpt_dir)
     return params, [open_shard(path) for path in find_shards(ckpt_dir)]
 
