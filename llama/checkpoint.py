@@ -173,10 +173,10 @@ def check_fits(args: ModelArgs, weight_bytes: int, world: int, device: torch.dev
 
 
 class Progress:
-    """Loading progress on stderr, for rank 0 only, so that a long load never looks hung."""
+    """Progress in bytes on stderr (rank 0's only), so that a long load never looks hung."""
 
-    def __init__(self, total_bytes: int, enabled: bool):
-        self.total, self.done, self.enabled = total_bytes, 0, enabled
+    def __init__(self, total_bytes: int, enabled: bool, label: str = "Loading weights"):
+        self.total, self.done, self.enabled, self.label = total_bytes, 0, enabled, label
         self.start = self.last = time.perf_counter()
 
     def update(self, nbytes: int) -> None:
@@ -185,7 +185,7 @@ class Progress:
         if self.enabled and (now - self.last > 1.0 or self.done == self.total):
             self.last = now
             print(
-                f"\rLoading weights: {self.done / 2**30:.2f}/{self.total / 2**30:.2f} GiB "
+                f"\r{self.label}: {self.done / 2**30:.2f}/{self.total / 2**30:.2f} GiB "
                 f"({100 * self.done / max(self.total, 1):.0f}%), {now - self.start:.1f} s",
                 end="\n" if self.done == self.total else "",
                 file=sys.stderr,

@@ -2,7 +2,7 @@
 `consolidated.NN.pth` shards split as fairscale splits them, `rope.freqs`) plus a SentencePiece
 tokenizer.model trained on text shipped with the package. Tests and the demo run on it.
 
-    python -m llama.tiny OUT_DIR [--mp 2] [--seed 0]
+    python -m llama.tiny OUT_DIR [--mp 2] [--seed 0] [--params '{"dim": 1024, "n_layers": 8}']
 """
 
 import argparse
@@ -101,8 +101,9 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--mp", type=int, default=1, help="number of shards (model-parallel size)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--params", type=json.loads, default=None, help="JSON object overriding params.json fields")
     args = parser.parse_args()
-    write_tiny_checkpoint(args.out_dir, args.mp, args.seed)
+    write_tiny_checkpoint(args.out_dir, args.mp, args.seed, args.params)
     print(f"Wrote a random {args.mp}-shard checkpoint and tokenizer.model to {args.out_dir}")
 
 
