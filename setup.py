@@ -13,5 +13,5 @@ setup(
     package_data={"llama": ["tiny_corpus.txt"]},
     python_requires=">=3.10",
     install_requires=get_requirements("requirements.txt"),
-    extras_require={"test": ["pytest", "safetensors"]},
+    extras_require={"test": ["pytest", "transformers"]},
 )

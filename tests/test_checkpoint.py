@@ -117,3 +117,8 @@ def test_read_slice_cuts_the_full_tensor_along_fairscale_dims():
 def test_valid_world_sizes_follow_the_heads():
     assert valid_world_sizes(ModelArgs(**{**TINY_PARAMS, "vocab_size": 512})) == [1, 2, 4, 8]
     assert valid_world_sizes(ModelArgs(dim=8192, n_heads=64, n_kv_heads=8, vocab_size=32000, ffn_dim_multiplier=1.3, multiple_of=4096)) == [1, 2, 4, 8, 16, 32, 64]
+
+
+def test_model_and_cache_that_do_not_fit_say_what_to_lower(ckpt):
+    with pytest.raises(LlamaError, match=r"needs .* GiB .* KV cache for max_batch_size=100000 x max_seq_len=4096.*Lower --max_seq_len"):
+        Llama.build(str(ckpt), str(ckpt / "tokenizer.model"), 4096, 100000, dtype="float32")

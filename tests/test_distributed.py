@@ -32,14 +32,21 @@ def single_process_results(tiny_factory):
     return workload(llama)
 
 
-@pytest.mark.parametrize("shards, procs", [(2, 2), (1, 2), (2, 1), (4, 2), (2, 4), (1, 8)])
+@pytest.mark.parametrize("shards, procs", [(1, 2), (2, 2), (4, 2), (1, 4), (2, 4), (4, 4), (1, 8)])
 def test_any_shard_count_on_any_process_count_matches_one_process(tiny_factory, tmp_path, single_process_results, shards, procs):
-    """The same weights saved as 1, 2 or 4 shards give the same tokens and logprobs on 1, 2, 4 or 8
-    processes; 8 processes exceed the 4 KV heads, which are then replicated."""
+    """The same weights saved as 1, 2 or 4 shards give the same tokens and logprobs on 2, 4 or 8
+    processes as on one; 8 processes exceed the 4 KV heads, which are then replicated."""
     ckpt = tiny_factory(mp=shards)
     results = run_worker(procs, ckpt, tmp_path)
     assert results["world_size"] == procs
     assert_same_results(results, single_process_results)
+
+
+@pytest.mark.parametrize("shards", [2, 4])
+def test_shards_merge_on_one_process(tiny_factory, single_process_results, shards):
+    ckpt = tiny_factory(mp=shards)
+    llama = Llama.build(str(ckpt), str(ckpt / "tokenizer.model"), 64, 4, dtype="float32")
+    assert_same_results(workload(llama), single_process_results)
 
 
 @pytest.mark.parametrize("script, extra", [("example_chat_completion.py", ["--max_seq_len", "1024"]), ("example_text_completion.py", [])])
@@ -50,6 +57,7 @@ def test_examples_run_under_torchrun(tiny_factory, script, extra):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("==================================") in (4, 6)  # rank 0 only: one per prompt or dialog
     assert "Error: special tags are not allowed" in proc.stdout or script == "example_text_completion.py"
+    assert proc.stderr.count("Loading weights:") == 1 and proc.stderr.count("Loaded in") == 1
 
 
 def test_bad_input_fails_cleanly_on_every_rank(tiny_ckpt, tmp_path):
