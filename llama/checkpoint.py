@@ -173,21 +173,31 @@ def check_fits(args: ModelArgs, weight_bytes: int, world: int, device: torch.dev
 
 
 class Progress:
-    """Progress in bytes on stderr (rank 0's only), so that a long load never looks hung."""
+    """Progress on stderr (rank 0's only), so that a long load or write never looks hung. It counts bytes
+    against `total_bytes`, or, given `total_tensors` (for a writer that cannot size its output without
+    reading every tensor first), tensors against that number."""
 
-    def __init__(self, total_bytes: int, enabled: bool, label: str = "Loading weights"):
+    def __init__(self, total_bytes: int, enabled: bool, label: str = "Loading weights", total_tensors: int = 0):
         self.total, self.done, self.enabled, self.label = total_bytes, 0, enabled, label
+        self.total_tensors, self.tensors = total_tensors, 0
         self.start = self.last = time.perf_counter()
 
     def update(self, nbytes: int) -> None:
+        """Count one more tensor of `nbytes` bytes; redraw at most once a second, and when done."""
         self.done += nbytes
+        self.tensors += 1
+        if self.total_tensors:
+            finished = self.tensors == self.total_tensors
+            counts = f"{self.tensors}/{self.total_tensors} tensors, {self.done / 2**30:.2f} GiB"
+        else:
+            finished = self.done == self.total
+            counts = f"{self.done / 2**30:.2f}/{self.total / 2**30:.2f} GiB ({100 * self.done / max(self.total, 1):.0f}%)"
         now = time.perf_counter()
-        if self.enabled and (now - self.last > 1.0 or self.done == self.total):
+        if self.enabled and (now - self.last > 1.0 or finished):
             self.last = now
             print(
-                f"\r{self.label}: {self.done / 2**30:.2f}/{self.total / 2**30:.2f} GiB "
-                f"({100 * self.done / max(self.total, 1):.0f}%), {now - self.start:.1f} s",
-                end="\n" if self.done == self.total else "",
+                f"\r{self.label}: {counts}, {now - self.start:.1f} s",
+                end="\n" if finished else "",
                 file=sys.stderr,
                 flush=True,
             )
@@ -250,7 +260,10 @@ def load_model(
                 f"{key} has shape {tuple(tensor.shape)} for rank {rank} of {world}, but params.json describes "
                 f"{tuple(target.shape)}. Check that params.json belongs to these weights."
             )
-        loaded[key] = tensor.to(device=device, dtype=dtype).contiguous()
+        tensor = tensor.to(device=device, dtype=dtype)
+        if tensor.untyped_storage().nbytes() > tensor.nbytes:  # a slice must not keep the whole tensor alive
+            tensor = tensor.clone()
+        loaded[key] = tensor.contiguous()
         progress.update(loaded[key].nbytes)
     model.load_state_dict(loaded, assign=True)
     model.init_buffers()

@@ -17,21 +17,21 @@ in their original dtypes.
 import argparse
 import json
 import math
-import mmap
 import os
 import pickle
 import shutil
 import struct
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from .checkpoint import PARAMS_FILE, check_keys, open_checkpoint, read_slice, split_dim
+from .checkpoint import PARAMS_FILE, Progress, check_keys, open_checkpoint, read_slice, split_dim
 from .errors import LlamaError
 from .model import ModelArgs
+from .reshard import save_meta_checkpoint
+from .tokenizer import Tokenizer
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.model"
@@ -346,7 +346,7 @@ class HFWeights(Mapping[str, torch.Tensor]):
         self._handles: Dict[Path, object] = {}
         index, files = _weight_files(ckpt_dir)
         if index is None:
-            index = {name: path for path in files for name in self._names_in(path)}
+            index = {name: path for path in files for name in self._open(path).keys()}
         self._file = index
         self._check_names(set(index))
 
@@ -367,10 +367,6 @@ class HFWeights(Mapping[str, torch.Tensor]):
             else:
                 self._handles[path] = _load_bin(path)
         return self._handles[path]
-
-    def _names_in(self, path: Path) -> List[str]:
-        handle = self._open(path)
-        return list(handle.keys())
 
     def _check_names(self, names: set) -> None:
         biases = sorted(n for n in names if n.endswith(".bias"))
@@ -462,36 +458,11 @@ def open_hf_checkpoint(ckpt_dir: Path) -> Tuple[dict, List[Shard]]:
 # Writing
 
 
-class _Progress:
-    """Conversion progress on stderr, redrawn at most once a second."""
-
-    def __init__(self, label: str, total_tensors: int, total_bytes: int):
-        self.label, self.total, self.total_bytes = label, total_tensors, total_bytes
-        self.count = self.done_bytes = 0
-        self.start = self.last = time.perf_counter()
-
-    def update(self, nbytes: int) -> None:
-        self.count += 1
-        self.done_bytes += nbytes
-        now = time.perf_counter()
-        final = self.count == self.total
-        if final or now - self.last > 1.0:
-            self.last = now
-            print(
-                f"\r{self.label}: {self.count}/{self.total} tensors, {self.done_bytes / 2**30:.2f}/"
-                f"{self.total_bytes / 2**30:.2f} GiB, {now - self.start:.1f} s",
-                end="\n" if final else "",
-                file=sys.stderr,
-                flush=True,
-            )
-
-
 def _check_out_dir(out_dir: Path) -> None:
-    """Make out_dir, refusing one that already holds a checkpoint: stale shards mixed with new ones
-    would make a broken model."""
+    """Refuse an out_dir that already holds a checkpoint: stale shards mixed with new ones would make a
+    broken model."""
     if out_dir.exists() and not out_dir.is_dir():
         raise LlamaError(f"{out_dir} exists and is not a folder. Choose a new output folder.")
-    out_dir.mkdir(parents=True, exist_ok=True)
     found = [
         p.name
         for pattern in (CONFIG_FILE, PARAMS_FILE, "*.pth", "*.safetensors", "*.bin", "*.index.json")
@@ -501,13 +472,18 @@ def _check_out_dir(out_dir: Path) -> None:
         raise LlamaError(f"{out_dir} already holds checkpoint files ({', '.join(sorted(found)[:4])}). Choose an empty folder.")
 
 
-def _tokenizer_size(path: Path) -> int:
-    import sentencepiece as spm
-
-    try:
-        return spm.SentencePieceProcessor(model_file=str(path)).vocab_size()
-    except (OSError, RuntimeError) as err:
-        raise LlamaError(f"{path} is not a SentencePiece model ({err}).") from None
+def _check_weight(
+    name: str, shape: Tuple[int, ...], dtype: torch.dtype, expected: Tuple[int, ...], where: Path, settings: str
+) -> None:
+    """Before converting: a weight must have the shape its settings file (`settings`) describes, and a
+    floating-point dtype that safetensors can hold."""
+    if shape != expected:
+        raise LlamaError(
+            f"{name} in {where} has shape {shape}, but {settings} describes {expected}. "
+            f"Check that {settings} belongs to these weights."
+        )
+    if dtype not in SAFETENSORS_DTYPES:
+        raise LlamaError(f"{name} in {where} is {dtype}; only floating-point weights can be converted.")
 
 
 def _check_tokenizer(tokenizer: Optional[Path], vocab_size: int) -> None:
@@ -516,7 +492,7 @@ def _check_tokenizer(tokenizer: Optional[Path], vocab_size: int) -> None:
         return
     if not tokenizer.is_file():
         raise LlamaError(f"Tokenizer {tokenizer} not found.")
-    words = _tokenizer_size(tokenizer)
+    words = Tokenizer(str(tokenizer)).n_words
     if words != vocab_size:
         raise LlamaError(
             f"The tokenizer {tokenizer} has {words} tokens but the checkpoint's embedding has {vocab_size} rows. "
@@ -525,6 +501,7 @@ def _check_tokenizer(tokenizer: Optional[Path], vocab_size: int) -> None:
 
 
 def _copy_tokenizer(tokenizer: Optional[Path], out_dir: Path) -> None:
+    """Copy the tokenizer next to the converted weights, or say that it is missing."""
     if tokenizer is None:
         print(f"No {TOKENIZER_FILE} found; copy the model's tokenizer into {out_dir} yourself.", file=sys.stderr)
     else:
@@ -535,7 +512,7 @@ def _write_safetensors(
     path: Path,
     entries: Sequence[Tuple[str, Tuple[int, ...], torch.dtype]],
     produce: Callable[[str], torch.Tensor],
-    progress: _Progress,
+    progress: Progress,
 ) -> None:
     """Write a safetensors file one tensor at a time: the header is built from the planned names,
     shapes and dtypes, then each tensor is produced, written and dropped."""
@@ -586,6 +563,21 @@ def _find_tokenizer(ckpt_dir: Path, explicit: Optional[Path], parent: bool) -> O
     return next((c for c in candidates if c.is_file()), None)
 
 
+def _group_by_size(plan: List[Tuple[str, Tuple[int, ...], torch.dtype]], max_bytes: int) -> List[list]:
+    """Split the planned (name, shape, dtype) entries, in order, into groups of at most max_bytes (a
+    bigger tensor gets a group of its own): the tensors of each safetensors file."""
+    groups: List[list] = [[]]
+    size = 0
+    for entry in plan:
+        nbytes = math.prod(entry[1]) * entry[2].itemsize
+        if groups[-1] and size + nbytes > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(entry)
+        size += nbytes
+    return groups
+
+
 def meta_to_hf(
     meta_dir: Path,
     out_dir: Path,
@@ -598,49 +590,30 @@ def meta_to_hf(
     if "tok_embeddings.weight" not in shards[0]:
         raise LlamaError(f"{meta_dir} has no tok_embeddings.weight. Check that it is a Llama checkpoint.")
     vocab = shards[0]["tok_embeddings.weight"].shape[0]
-    try:
-        args = ModelArgs(**{**params, "vocab_size": vocab})
-    except TypeError as err:
-        raise LlamaError(f"The settings of {meta_dir} do not describe a Llama model ({err}).") from None
+    args = ModelArgs(**{**params, "vocab_size": vocab})
     keys = meta_keys(args.n_layers)
     for i, shard in enumerate(shards):
         check_keys(shard, keys, f"Shard {i} of {meta_dir}")
     expected = full_shapes(args)
-    plan = []  # (meta key, shape, dtype)
+    plan = []  # (Hugging Face name, shape, dtype)
     for key in keys:
         parts = [shard[key] for shard in shards]
         dim = split_dim(key)
         shape = list(parts[0].shape)
         if dim is not None:
             shape[dim] = sum(p.shape[dim] for p in parts)
-        if tuple(shape) != expected[key]:
-            raise LlamaError(
-                f"{key} in {meta_dir} has shape {tuple(shape)}, but params.json describes {expected[key]}. "
-                "Check that params.json belongs to these weights."
-            )
-        if parts[0].dtype not in SAFETENSORS_DTYPES:
-            raise LlamaError(f"{key} in {meta_dir} is {parts[0].dtype}; only floating-point weights can be converted.")
-        plan.append((key, tuple(shape), parts[0].dtype))
+        _check_weight(key, tuple(shape), parts[0].dtype, expected[key], meta_dir, PARAMS_FILE)
+        plan.append((hf_key(key), tuple(shape), parts[0].dtype))
     tokenizer = _find_tokenizer(meta_dir, tokenizer, parent=True)
     _check_tokenizer(tokenizer, vocab)
     _check_out_dir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
-    # Group the tensors, in order, into files of at most max_shard_size bytes (a bigger tensor gets its own).
-    groups: List[List[Tuple[str, Tuple[int, ...], torch.dtype]]] = [[]]
-    size = 0
-    for entry in plan:
-        nbytes = math.prod(entry[1]) * entry[2].itemsize
-        if groups[-1] and size + nbytes > max_shard_size:
-            groups.append([])
-            size = 0
-        groups[-1].append(entry)
-        size += nbytes
-    total = sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in plan)
+    groups = _group_by_size(plan, max_shard_size)
     if len(groups) == 1:
         names = [SAFETENSORS_SINGLE]
     else:
         names = [f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors" for i in range(len(groups))]
-
     to_meta = {hf_key(key): key for key in keys}
 
     def produce(name: str) -> torch.Tensor:
@@ -649,52 +622,18 @@ def meta_to_hf(
         heads = rotary_heads(key, args)
         return tensor if heads is None else meta_to_hf_rows(tensor, heads, f"{key} in {meta_dir}")
 
-    progress = _Progress(f"Converting {meta_dir} to Hugging Face format", len(plan), total)
-    weight_map = {}
+    total = sum(math.prod(shape) * dtype.itemsize for _, shape, dtype in plan)
+    progress = Progress(total, enabled=True, label=f"Converting {meta_dir} to Hugging Face format")
     for file_name, group in zip(names, groups):
-        entries = [(hf_key(key), shape, dtype) for key, shape, dtype in group]
-        _write_safetensors(out_dir / file_name, entries, produce, progress)
-        weight_map.update({name: file_name for name, _, _ in entries})
+        _write_safetensors(out_dir / file_name, group, produce, progress)
     if len(groups) > 1:
+        weight_map = {name: file_name for file_name, group in zip(names, groups) for name, _, _ in group}
         index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
         (out_dir / SAFETENSORS_INDEX).write_text(json.dumps(index, indent=2) + "\n")
     _copy_tokenizer(tokenizer, out_dir)
     config = hf_config(args, shards[0]["tok_embeddings.weight"].dtype)
     (out_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")  # last: marks the folder complete
     print(f"Wrote a Hugging Face checkpoint ({len(names)} safetensors file(s)) to {out_dir}", file=sys.stderr)
-
-
-def _save_shard_lazily(path: Path, shapes: Dict[str, Tuple[Tuple[int, ...], torch.dtype]], produce, progress) -> None:
-    """torch.save a state dict of the given shapes whose tensors are produced one at a time: the file
-    is laid out first without its data, then memory-mapped writable and filled tensor by tensor."""
-    tmp = path.with_name(path.name + ".partial")
-    can_stream = hasattr(torch.serialization, "skip_data") and hasattr(torch.serialization, "set_default_mmap_options")
-    if not can_stream:  # older torch: build the shard in memory
-        state = {}
-        for key in shapes:
-            state[key] = produce(key).clone()
-            progress.update(state[key].nbytes)
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-        return
-    # torch.empty reserves address space that is never touched, so it costs no memory.
-    placeholders = {key: torch.empty(shape, dtype=dtype) for key, (shape, dtype) in shapes.items()}
-    with torch.serialization.skip_data():
-        torch.save(placeholders, tmp)
-    del placeholders
-    torch.serialization.set_default_mmap_options(mmap.MAP_SHARED)
-    try:
-        state = torch.load(tmp, map_location="cpu", mmap=True, weights_only=True)
-    finally:
-        torch.serialization.set_default_mmap_options(mmap.MAP_PRIVATE)
-    for key, target in state.items():
-        tensor = produce(key)
-        if tensor.shape != target.shape or tensor.dtype != target.dtype:
-            raise LlamaError(f"{key} is {tuple(tensor.shape)} {tensor.dtype}, expected {tuple(target.shape)} {target.dtype}.")
-        target.copy_(tensor)
-        progress.update(tensor.nbytes)
-    del state
-    os.replace(tmp, path)
 
 
 def hf_to_meta(hf_dir: Path, out_dir: Path, mp: int = 1, tokenizer: Optional[Path] = None) -> None:
@@ -706,53 +645,14 @@ def hf_to_meta(hf_dir: Path, out_dir: Path, mp: int = 1, tokenizer: Optional[Pat
         raise LlamaError(f"{config_path} not found. HF_DIR must be a Hugging Face model folder holding config.json.")
     params, (source,) = open_hf_checkpoint(hf_dir)
     vocab = source.shape("tok_embeddings.weight")[0]
-    args = ModelArgs(**{**params, "vocab_size": vocab})
-    expected = full_shapes(args)
+    expected = full_shapes(ModelArgs(**{**params, "vocab_size": vocab}))
     for key in source:
-        if source.shape(key) != expected[key]:
-            raise LlamaError(
-                f"{hf_key(key)} in {hf_dir} has shape {source.shape(key)}, but config.json describes "
-                f"{expected[key]}. Check that config.json belongs to these weights."
-            )
-    # Shards split every weight evenly, KV heads included (replicating heads over more shards than there
-    # are KV heads would not read back).
-    valid = [
-        m
-        for m in range(1, args.kv_heads + 1)
-        if all(shape[split_dim(k)] % m == 0 for k, shape in expected.items() if split_dim(k) is not None)
-        and args.kv_heads % m == 0
-        and args.n_heads % m == 0
-    ]
-    if mp not in valid:
-        raise LlamaError(
-            f"This model ({args.n_heads} heads, {args.kv_heads} KV heads) cannot be saved as {mp} shards; "
-            f"use --mp one of {valid}."
-        )
+        _check_weight(hf_key(key), source.shape(key), source.dtype(key), expected[key], hf_dir, CONFIG_FILE)
     tokenizer = _find_tokenizer(hf_dir, tokenizer, parent=False)
     _check_tokenizer(tokenizer, vocab)
     _check_out_dir(out_dir)
-
-    dtypes = {key: source.dtype(key) for key in source}
-    freqs = (1.0 / (args.rope_theta ** (torch.arange(0, args.head_dim, 2).float() / args.head_dim))).to(torch.bfloat16)
-    total = sum(math.prod(expected[k]) * dtypes[k].itemsize for k in source) + mp * freqs.nbytes
-    progress = _Progress(f"Converting {hf_dir} to Meta format", mp * (len(source) + 1), total)
-    for rank in range(mp):
-        shapes = {}
-        for key in source:
-            shape, dim = list(expected[key]), split_dim(key)
-            if dim is not None:
-                shape[dim] //= mp
-            shapes[key] = (tuple(shape), dtypes[key])
-        shapes["rope.freqs"] = (tuple(freqs.shape), freqs.dtype)  # as in Meta's shards; the loader ignores it
-
-        def produce(key: str) -> torch.Tensor:
-            return freqs if key == "rope.freqs" else read_slice([source], key, rank, mp, args)
-
-        _save_shard_lazily(out_dir / f"consolidated.{rank:02d}.pth", shapes, produce, progress)
+    save_meta_checkpoint(params, [source], out_dir, mp, label=f"Converting {hf_dir} to Meta format")
     _copy_tokenizer(tokenizer, out_dir)
-    meta_params = {k: v for k, v in params.items() if k != "vocab_size" and v is not None}
-    meta_params["vocab_size"] = -1  # as in Meta's params.json: the tokenizer decides
-    (out_dir / PARAMS_FILE).write_text(json.dumps(meta_params, indent=2) + "\n")  # last: marks the folder complete
     print(f"Wrote a Meta checkpoint ({mp} shard(s)) to {out_dir}", file=sys.stderr)
 
 

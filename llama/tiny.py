@@ -14,8 +14,8 @@ from typing import Dict, Optional
 import sentencepiece as spm
 import torch
 
-from .checkpoint import PARAMS_FILE, read_slice, split_dim
 from .model import ModelArgs
+from .reshard import save_meta_checkpoint
 
 CORPUS = Path(__file__).with_name("tiny_corpus.txt")
 TINY_PARAMS = {"dim": 64, "n_layers": 2, "n_heads": 8, "n_kv_heads": 4, "multiple_of": 32, "norm_eps": 1e-5, "vocab_size": -1}
@@ -73,15 +73,6 @@ def random_weights(args: ModelArgs, seed: int) -> Dict[str, torch.Tensor]:
     return {k: v.to(torch.bfloat16) for k, v in state.items()}
 
 
-def save_shards(state: Dict[str, torch.Tensor], args: ModelArgs, out_dir: Path, mp: int) -> None:
-    """Save a full state dict as `mp` shards, each weight cut along fairscale's split dimension."""
-    freqs = 1.0 / (args.rope_theta ** (torch.arange(0, args.head_dim, 2).float() / args.head_dim))
-    for rank in range(mp):
-        shard = {k: read_slice([state], k, rank, mp, args).clone() for k in state}
-        shard["rope.freqs"] = freqs.to(torch.bfloat16)
-        torch.save(shard, out_dir / f"consolidated.{rank:02d}.pth")
-
-
 def write_tiny_checkpoint(out_dir: Path, mp: int = 1, seed: int = 0, params: Optional[dict] = None) -> Path:
     """Write tokenizer.model, params.json and `mp` random shards to out_dir; `params` overrides the
     tiny model's settings (e.g. {"n_kv_heads": None} for multi-head attention)."""
@@ -90,9 +81,8 @@ def write_tiny_checkpoint(out_dir: Path, mp: int = 1, seed: int = 0, params: Opt
     if not tokenizer_path.exists():
         train_tokenizer(tokenizer_path)
     settings = {**TINY_PARAMS, **(params or {})}
-    (out_dir / PARAMS_FILE).write_text(json.dumps(settings, indent=2))
     args = ModelArgs(**{**settings, "vocab_size": spm.SentencePieceProcessor(model_file=str(tokenizer_path)).vocab_size()})
-    save_shards(random_weights(args, seed), args, out_dir, mp)
+    save_meta_checkpoint(settings, [random_weights(args, seed)], out_dir, mp)
     return out_dir
 
 

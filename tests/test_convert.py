@@ -281,4 +281,4 @@ def test_missing_index_file_and_nonempty_output_are_refused(hf_bf16_sharded, hf_
     assert "already holds checkpoint files" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["from-hf", str(hf_pair[1]), str(tmp_path / "out"), "--mp", "8"])
-    assert "use --mp one of [1, 2, 4]" in capsys.readouterr().err
+    assert "choose --mp from [1, 2, 4]" in capsys.readouterr().err
