@@ -5,8 +5,9 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
+import torch.distributed._functional_collectives as funcol
 import torch.nn.functional as F
-from fairscale.nn.model_parallel.initialize import get_model_parallel_world_size
+from fairscale.nn.model_parallel.initialize import get_model_parallel_group, get_model_parallel_world_size
 from fairscale.nn.model_parallel.layers import (
     ColumnParallelLinear,
     ParallelEmbedding,
@@ -53,6 +54,31 @@ class ModelArgs:
 def _keep(weight: torch.Tensor) -> torch.Tensor:
     """Leave a weight uninitialised: every weight is loaded from a checkpoint."""
     return weight
+
+
+# The fairscale layers below hold the weights and define how they are split over the model-parallel
+# group; their forward passes are written out here with functional collectives, which torch.compile
+# can trace (fairscale's own forwards break the graph at every layer).
+
+
+def column_parallel(x: torch.Tensor, layer: ColumnParallelLinear, gather: bool = False) -> torch.Tensor:
+    """x @ W.T with W split by output rows; `gather` joins the ranks' output columns."""
+    out = F.linear(x, layer.weight)
+    return gather_last_dim(out) if gather else out
+
+
+def row_parallel(x: torch.Tensor, layer: RowParallelLinear) -> torch.Tensor:
+    """x @ W.T with W split by input columns and x already split to match: the ranks' partial sums add up."""
+    out = F.linear(x, layer.weight)
+    if get_model_parallel_world_size() == 1:
+        return out
+    return funcol.all_reduce(out, "sum", get_model_parallel_group())
+
+
+def gather_last_dim(x: torch.Tensor) -> torch.Tensor:
+    if get_model_parallel_world_size() == 1:
+        return x
+    return funcol.all_gather_tensor(x.contiguous(), x.dim() - 1, get_model_parallel_group())
 
 
 class RMSNorm(nn.Module):
@@ -114,11 +140,11 @@ class Attention(nn.Module):
         mask: torch.Tensor,
     ) -> torch.Tensor:
         """Attend from x [B, S, dim] at `positions` [B, S] to the cache, after writing this step's keys
-        and values into it. `mask` [B, 1, S, T] says which of the first T cache slots each query sees."""
+        and values into it. `mask` [B, 1, S, T] is added to the scores over the first T cache slots."""
         bsz, seqlen, _ = x.shape
-        q = self.wq(x).view(bsz, seqlen, self.n_local_heads, self.head_dim)
-        k = self.wk(x).view(bsz, seqlen, self.n_local_kv_heads, self.head_dim)
-        v = self.wv(x).view(bsz, seqlen, self.n_local_kv_heads, self.head_dim)
+        q = column_parallel(x, self.wq).view(bsz, seqlen, self.n_local_heads, self.head_dim)
+        k = column_parallel(x, self.wk).view(bsz, seqlen, self.n_local_kv_heads, self.head_dim)
+        v = column_parallel(x, self.wv).view(bsz, seqlen, self.n_local_kv_heads, self.head_dim)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
         rows = torch.arange(bsz, device=x.device).unsqueeze(1)
@@ -131,7 +157,7 @@ class Attention(nn.Module):
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2), keys, values, attn_mask=mask, enable_gqa=self.n_local_heads != self.n_local_kv_heads
         )
-        return self.wo(out.transpose(1, 2).reshape(bsz, seqlen, -1))
+        return row_parallel(out.transpose(1, 2).reshape(bsz, seqlen, -1), self.wo)
 
 
 class FeedForward(nn.Module):
@@ -142,7 +168,7 @@ class FeedForward(nn.Module):
         self.w3 = ColumnParallelLinear(dim, hidden_dim, bias=False, gather_output=False, init_method=_keep)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return row_parallel(F.silu(column_parallel(x, self.w1)) * column_parallel(x, self.w3), self.w2)
 
 
 class TransformerBlock(nn.Module):
@@ -199,12 +225,13 @@ class Transformer(nn.Module):
         own place in its sequence. Attention covers the first `kv_len` cache slots (any bound at or
         above the largest position works). With `logits_at` [B], only the logits at those sequence
         indices are computed, shaped [B, 1, vocab]; otherwise all of them."""
-        h = self.tok_embeddings(tokens)
+        h = gather_last_dim(F.embedding(tokens, self.tok_embeddings.weight))
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]
         slots = torch.arange(kv_len, device=tokens.device)
-        mask = (slots <= positions.unsqueeze(-1)).unsqueeze(1)
+        visible = (slots <= positions.unsqueeze(-1)).unsqueeze(1)
+        mask = torch.zeros(visible.shape, dtype=h.dtype, device=h.device).masked_fill(~visible, float("-inf"))
         for layer in self.layers:
             h = layer(h, positions, cos, sin, mask)
         if logits_at is not None:
             h = h[torch.arange(h.shape[0], device=h.device), logits_at].unsqueeze(1)
-        return self.output(self.norm(h)).float()
+        return column_parallel(self.norm(h), self.output, gather=True).float()
