@@ -154,10 +154,14 @@ class Attention(nn.Module):
         keys = self.cache_k[:bsz, :, :kv_len]
         values = self.cache_v[:bsz, :, :kv_len]
 
-        out = F.scaled_dot_product_attention(
-            q.transpose(1, 2), keys, values, attn_mask=mask, enable_gqa=self.n_local_heads != self.n_local_kv_heads
-        )
-        return row_parallel(out.transpose(1, 2).reshape(bsz, seqlen, -1), self.wo)
+        # Grouped-query attention as a grouped view: the query heads that share a KV head become extra
+        # query rows of that head (heads kv*n_rep .. kv*n_rep + n_rep - 1 use KV head kv). No KV copy.
+        n_rep = self.n_local_heads // self.n_local_kv_heads
+        q = q.transpose(1, 2).reshape(bsz, self.n_local_kv_heads, n_rep * seqlen, self.head_dim)
+        mask = mask.repeat(1, 1, n_rep, 1) if n_rep > 1 else mask
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+        out = out.view(bsz, self.n_local_heads, seqlen, self.head_dim).transpose(1, 2)
+        return row_parallel(out.reshape(bsz, seqlen, -1), self.wo)
 
 
 class FeedForward(nn.Module):
