@@ -1,6 +1,6 @@
 """The Llama 2 chat format: message types, dialog checks and prompt encoding."""
 
-from typing import List, Literal, TypedDict
+from typing import List, Literal, Tuple, TypedDict
 
 from .errors import LlamaError
 from .tokenizer import Tokenizer
@@ -60,3 +60,16 @@ def encode_dialog(tokenizer: Tokenizer, dialog: Dialog) -> List[int]:
     tokens += tokenizer.encode(f"{B_INST} {dialog[-1]['content'].strip()} {E_INST}", bos=True, eos=False)
     return tokens
 
+
+
+def fit_dialog(tokenizer: Tokenizer, dialog: Dialog, max_prompt_tokens: int) -> Tuple[Dialog, int]:
+    """Drop the oldest (user, assistant) turns, keeping a leading system message, until the dialog's
+    prompt takes at most `max_prompt_tokens`. Returns the dialog and how many turns were dropped; the
+    last user message alone may still be too long."""
+    system = dialog[:1] if dialog[0]["role"] == "system" else []
+    turns = dialog[len(system) :]
+    dropped = 0
+    while len(turns) > 1 and len(encode_dialog(tokenizer, system + turns)) > max_prompt_tokens:
+        turns = turns[2:]
+        dropped += 1
+    return system + turns, dropped

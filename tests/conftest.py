@@ -48,9 +48,9 @@ def golden() -> dict:
     return json.loads(GOLDEN.read_text())
 
 
-def torchrun(nproc: int, *args: str, timeout: int = 240) -> subprocess.CompletedProcess:
-    """Run a script under torchrun with `nproc` CPU processes (gloo) and capture its output."""
+def torchrun(nproc: int, *args: str, timeout: int = 240, stdin: str = "") -> subprocess.CompletedProcess:
+    """Run a script under torchrun with `nproc` CPU processes (gloo), feeding it `stdin`, and capture its output."""
     pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": pythonpath}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=timeout)
