@@ -52,9 +52,9 @@ def find_shards(ckpt_dir: Path) -> List[Path]:
     return shards
 
 
-def open_shard(path: Path) -> Shard:
+def open_shard(path: Path, fix: str = "Re-download it and check it against checklist.chk (md5sum -c checklist.chk).") -> Shard:
     """Memory-map one shard without unpickling anything but tensors: a .pth from an untrusted source
-    must not be able to run code."""
+    must not be able to run code. `fix` says what to do about a damaged file."""
     try:
         shard = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -63,10 +63,7 @@ def open_shard(path: Path) -> Shard:
             f"code. Use a checkpoint from a source you trust. ({str(err).splitlines()[0]})"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise LlamaError(
-            f"{path} is truncated or corrupt ({err}). Re-download it and check it against checklist.chk "
-            "(md5sum -c checklist.chk)."
-        ) from None
+        raise LlamaError(f"{path} is truncated or corrupt ({err}). {fix}") from None
     if not isinstance(shard, dict) or not all(isinstance(t, torch.Tensor) for t in shard.values()):
         raise LlamaError(f"{path} is not a state dict of tensors.")
     return shard

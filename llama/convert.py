@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import pickle
 import shutil
 import struct
 import sys
@@ -27,7 +26,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 
 import torch
 
-from .checkpoint import PARAMS_FILE, Progress, check_keys, open_checkpoint, read_slice, split_dim
+from .checkpoint import PARAMS_FILE, Progress, check_keys, open_checkpoint, open_shard, read_slice, split_dim
 from .errors import LlamaError
 from .model import ModelArgs
 from .reshard import save_meta_checkpoint
@@ -365,7 +364,7 @@ class HFWeights(Mapping[str, torch.Tensor]):
                 except Exception as err:  # safetensors raises its own error types for bad headers
                     raise LlamaError(f"{path} is truncated or corrupt ({err}). Re-download it.") from None
             else:
-                self._handles[path] = _load_bin(path)
+                self._handles[path] = open_shard(path, fix="Re-download it.")
         return self._handles[path]
 
     def _check_names(self, names: set) -> None:
@@ -426,22 +425,6 @@ class HFWeights(Mapping[str, torch.Tensor]):
 
     def __contains__(self, key: object) -> bool:
         return key in self._key_set
-
-
-def _load_bin(path: Path) -> Dict[str, torch.Tensor]:
-    """Memory-map a pytorch_model*.bin without unpickling anything but tensors."""
-    try:
-        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise LlamaError(
-            f"{path} holds objects other than tensors, and it was not loaded because unpickling them could run "
-            f"code. Use the checkpoint's .safetensors files, or a source you trust. ({str(err).splitlines()[0]})"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise LlamaError(f"{path} is truncated or corrupt ({err}). Re-download it.") from None
-    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
-        raise LlamaError(f"{path} is not a state dict of tensors.")
-    return state
 
 
 def open_hf_checkpoint(ckpt_dir: Path) -> Tuple[dict, List[Shard]]:
