@@ -2,15 +2,19 @@
 
     torchrun --nproc_per_node 1 chat.py --ckpt_dir llama-2-7b-chat/ --tokenizer_path tokenizer.model [--system "..."]
 
-Type a message and press Enter. /reset clears the history, /exit or Ctrl-D leaves. With one process,
-Ctrl-C stops the current answer and keeps the session (under torchrun with several processes, Ctrl-C
-ends the run, as torchrun stops its workers). Rank 0 reads the input and shares it with the other ranks.
+Type a message and press Enter. /reset clears the history, /exit or Ctrl-D leaves, Ctrl-C stops the
+current answer. Rank 0 reads the input and shares it with the other ranks.
 When the history outgrows max_seq_len, the oldest turns are dropped (the system prompt is kept).
 """
 
+import os
+import select
 import sys
-from typing import Optional
+import termios
+from contextlib import contextmanager
+from typing import Iterator, Optional
 
+import torch
 import torch.distributed as dist
 
 from llama import Dialog, Llama, LlamaError
@@ -27,23 +31,56 @@ def read_line() -> Optional[str]:
             line = input("\nUser: " if sys.stdin.isatty() else "")
         except EOFError:
             pass
-        except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt
-            line = ""
     shared = [line]
     dist.broadcast_object_list(shared, src=0)
     return shared[0]
 
 
-def answer(generator: Llama, dialog: Dialog, temperature: float, top_p: float, max_gen_len: Optional[int]) -> str:
-    """Stream the assistant's answer to stdout and return it (as far as it got, if interrupted)."""
-    print("Assistant: ", end="", flush=True)
+class CtrlC:
+    """Ctrl-C stops the current answer, not the program. While an answer streams, rank 0 turns the
+    terminal's Ctrl-C into a plain keystroke (a SIGINT would make torchrun stop every worker) and
+    watches for it; every rank learns of it from rank 0 at the same step, so that all stop together."""
+
+    def __init__(self, device: torch.device):
+        self.pressed = torch.zeros(1, device=device)
+        self.tty = is_main_rank() and sys.stdin.isatty()
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        self.pressed.zero_()
+        if not self.tty:
+            yield
+            return
+        fd = sys.stdin.fileno()
+        saved = termios.tcgetattr(fd)
+        mode = termios.tcgetattr(fd)
+        mode[3] &= ~(termios.ISIG | termios.ICANON | termios.ECHO)  # keys arrive one by one, Ctrl-C as \x03
+        termios.tcsetattr(fd, termios.TCSANOW, mode)
+        try:
+            yield
+        finally:
+            termios.tcsetattr(fd, termios.TCSAFLUSH, saved)  # and drop what was typed meanwhile
+
+    def check(self) -> bool:
+        """Whether Ctrl-C was pressed since the answer began (a collective: every rank calls it)."""
+        if self.tty and select.select([sys.stdin], [], [], 0)[0] and b"\x03" in os.read(sys.stdin.fileno(), 1024):
+            self.pressed.fill_(1)
+        if dist.get_world_size() > 1:
+            dist.broadcast(self.pressed, src=0)
+        return bool(self.pressed.item())
+
+
+def answer(generator: Llama, dialog: Dialog, ctrl_c: CtrlC, temperature: float, top_p: float, max_gen_len: Optional[int]) -> str:
+    """Stream the assistant's answer to stdout and return it (as far as it got, if stopped)."""
     text = ""
-    try:
+    with ctrl_c.watching():
+        print("Assistant: ", end="", flush=True)
         for pieces in generator.chat_completion_stream([dialog], temperature, top_p, max_gen_len):
             print(pieces[0], end="", flush=True)
             text += pieces[0]
-    except KeyboardInterrupt:
-        print(" [stopped]", end="")
+            if ctrl_c.check():
+                print(" [stopped]", end="")
+                break
     print(flush=True)
     return text
 
@@ -62,6 +99,7 @@ def main(
     system: Optional[str] = None,
 ):
     generator = Llama.build(ckpt_dir, tokenizer_path, max_seq_len, max_batch_size, device=device, dtype=dtype, compile=compile)
+    ctrl_c = CtrlC(generator.model.norm.weight.device)
     intro = [{"role": "system", "content": system}] if system else []
     history: Dialog = []
     # Leave room for an answer: max_gen_len tokens, or a quarter of the context when it is not set.
@@ -85,7 +123,7 @@ def main(
         if dropped:
             print(f"(history too long for max_seq_len={max_seq_len}: dropped the oldest {dropped} turn(s))", flush=True)
         try:
-            reply = answer(generator, dialog, temperature, top_p, max_gen_len)
+            reply = answer(generator, dialog, ctrl_c, temperature, top_p, max_gen_len)
         except LlamaError as err:  # e.g. a single message longer than max_seq_len
             print(f"\nError: {err}", flush=True)
             continue

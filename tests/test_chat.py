@@ -1,7 +1,11 @@
 """The interactive chat (chat.py), driven through a pipe, on one process and on two under torchrun."""
 
+import os
+import pty
+import select
 import subprocess
 import sys
+import time
 
 from llama import Tokenizer
 from llama.chat_format import encode_dialog, fit_dialog
@@ -46,3 +50,32 @@ def test_fit_dialog_drops_the_oldest_turns_and_keeps_the_system_prompt(tiny_ckpt
     fitted, dropped = fit_dialog(tokenizer, dialog, budget)
     assert dropped == 2 and fitted == dialog[:1] + dialog[5:]
     assert fit_dialog(tokenizer, dialog, 10**6) == (dialog, 0)
+
+
+def read_until(fd: int, marker: bytes, timeout: float = 60) -> bytes:
+    """Read a pty until `marker` shows up (or fail after `timeout` seconds)."""
+    out, deadline = b"", time.monotonic() + timeout
+    while marker not in out:
+        assert time.monotonic() < deadline, out[-500:]
+        if select.select([fd], [], [], 0.5)[0]:
+            out += os.read(fd, 4096)
+    return out
+
+
+def test_ctrl_c_on_a_terminal_stops_the_answer_and_keeps_the_session(tiny_ckpt):
+    main, child = pty.openpty()
+    args = chat_args(tiny_ckpt) + ["--max_seq_len", "4096", "--max_gen_len", "4000"]  # later flags win
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdin=child, stdout=child, stderr=subprocess.DEVNULL)
+    os.close(child)
+    try:
+        read_until(main, b"/exit or Ctrl-D leaves.")
+        os.write(main, b"hello there\n")
+        read_until(main, b"Assistant: ")
+        os.write(main, b"\x03")  # a keystroke here: the pty is not the chat's controlling terminal
+        read_until(main, b" [stopped]\r\n")  # the terminal is back in line mode after this line
+        os.write(main, b"/exit\n")
+        read_until(main, b"Bye.")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        os.close(main)
