@@ -17,6 +17,8 @@ def run(main: Callable) -> None:
     except LlamaError as err:
         print(f"Error: {err}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C: leave quietly
+        sys.exit(130)
     finally:
         if dist.is_initialized():
             dist.barrier()  # leave together: a rank that exits early can abort gloo's threads in another
