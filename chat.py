@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from llama import Dialog, Llama, LlamaError
-from llama.chat_format import UNSAFE_ERROR, fit_dialog, has_special_tags
+from llama.chat_format import UNSAFE_ERROR, fit_dialog, has_special_tags, remove_special_tags
 from llama.cli import run
 from llama.distributed import is_main_rank
 
@@ -98,12 +98,16 @@ def main(
     compile: bool = False,
     system: Optional[str] = None,
 ):
-    generator = Llama.build(ckpt_dir, tokenizer_path, max_seq_len, max_batch_size, device=device, dtype=dtype, compile=compile)
-    ctrl_c = CtrlC(generator.model.norm.weight.device)
     intro = [{"role": "system", "content": system}] if system else []
-    history: Dialog = []
+    if has_special_tags(intro):
+        raise LlamaError(f"--system: {UNSAFE_ERROR}")
     # Leave room for an answer: max_gen_len tokens, or a quarter of the context when it is not set.
     max_prompt = max_seq_len - (max_gen_len or max_seq_len // 4)
+    if max_prompt < 1:
+        raise LlamaError(f"--max_gen_len ({max_gen_len}) must be less than --max_seq_len ({max_seq_len}) to leave room for the prompt.")
+    generator = Llama.build(ckpt_dir, tokenizer_path, max_seq_len, max_batch_size, device=device, dtype=dtype, compile=compile)
+    ctrl_c = CtrlC(generator.model.norm.weight.device)
+    history: Dialog = []
     print("Chat with the model. /reset clears the history, /exit or Ctrl-D leaves.", flush=True)
     while (line := read_line()) is not None:
         line = line.strip()
@@ -127,7 +131,8 @@ def main(
         except LlamaError as err:  # e.g. a single message longer than max_seq_len
             print(f"\nError: {err}", flush=True)
             continue
-        history = dialog[len(intro) :] + [{"role": "assistant", "content": reply}]
+        # a reply that happens to contain the format's tags would make every later turn unsafe
+        history = dialog[len(intro) :] + [{"role": "assistant", "content": remove_special_tags(reply)}]
     print("Bye.", flush=True)
 
 

@@ -95,12 +95,13 @@ def released_loop(llama: Llama, prompts: list, max_gen_len: int) -> None:
             break
 
 
-def timed(device: torch.device, fn) -> float:
+def timed(device: torch.device, fn):
+    """Seconds that fn() took, and what it returned."""
     sync(device)
     start = time.perf_counter()
-    fn()
+    result = fn()
     sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, result
 
 
 def main() -> None:
@@ -132,10 +133,10 @@ def main() -> None:
     generate = lambda prompts, n: llama.generate(prompts, n, temperature=0)  # noqa: E731
     generate([prompt], args.decode_tokens)  # warm-up (and compilation)
     generate(ragged, 32)
-    prefill_s = timed(device, lambda: generate([prompt], 1))
-    total_s = timed(device, lambda: generate([prompt], args.decode_tokens + 1))
-    decode_tps = args.decode_tokens / (total_s - prefill_s)
-    ragged_s = timed(device, lambda: generate(ragged, 32))
+    prefill_s, _ = timed(device, lambda: generate([prompt], 1))
+    total_s, (tokens, _) = timed(device, lambda: generate([prompt], args.decode_tokens + 1))
+    decode_tps = (len(tokens[0]) - 1) / (total_s - prefill_s)  # an early EOS would shorten the run
+    ragged_s, _ = timed(device, lambda: generate(ragged, 32))
     bandwidth = bandwidth_gbs(device)
     roofline = bandwidth * 1e9 / per_token
 
@@ -150,9 +151,9 @@ def main() -> None:
         print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     if args.baseline:
         released_loop(llama, [prompt], 8)
-        base_prefill = timed(device, lambda: released_loop(llama, [prompt], 1))
-        base_total = timed(device, lambda: released_loop(llama, [prompt], args.decode_tokens + 1))
-        base_ragged = timed(device, lambda: released_loop(llama, ragged, 32))
+        base_prefill, _ = timed(device, lambda: released_loop(llama, [prompt], 1))
+        base_total, _ = timed(device, lambda: released_loop(llama, [prompt], args.decode_tokens + 1))
+        base_ragged, _ = timed(device, lambda: released_loop(llama, ragged, 32))
         print(f"released loop: batch-1 decode {args.decode_tokens / (base_total - base_prefill):.1f} tokens/s, ragged batch of 8 {base_ragged:.2f} s")
 
 

@@ -48,6 +48,12 @@ def has_special_tags(dialog: Dialog) -> bool:
     return any(tag in msg["content"] for tag in SPECIAL_TAGS for msg in dialog)
 
 
+def remove_special_tags(text: str) -> str:
+    for tag in SPECIAL_TAGS:
+        text = text.replace(tag, "")
+    return text
+
+
 def encode_dialog(tokenizer: Tokenizer, dialog: Dialog) -> List[int]:
     """The prompt tokens for a checked dialog, in Llama 2's chat format."""
     if dialog[0]["role"] == "system":

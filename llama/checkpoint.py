@@ -69,6 +69,17 @@ def open_shard(path: Path, fix: str = "Re-download it and check it against check
     return shard
 
 
+def check_out_dir(out_dir: Path) -> None:
+    """Refuse an output folder that already holds a checkpoint: stale shards mixed with new ones
+    would make a broken model."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LlamaError(f"{out_dir} exists and is not a folder. Choose a new output folder.")
+    patterns = ("config.json", PARAMS_FILE, "*.pth", "*.safetensors", "*.bin", "*.index.json")
+    found = sorted(p.name for pattern in patterns for p in out_dir.glob(pattern))
+    if found:
+        raise LlamaError(f"{out_dir} already holds checkpoint files ({', '.join(found[:4])}). Choose an empty folder.")
+
+
 def split_dim(key: str) -> Optional[int]:
     return SPLIT_DIMS.get(key.split(".")[-2])
 
@@ -231,8 +242,9 @@ def load_model(
     args = ModelArgs(**{**params, "max_seq_len": max_seq_len, "max_batch_size": max_batch_size, "vocab_size": vocab_size})
     if world not in valid_world_sizes(args):
         raise LlamaError(
-            f"This model ({args.n_heads} heads, {args.kv_heads} KV heads) cannot be split over {world} processes; "
-            f"run it with torchrun --nproc_per_node one of {valid_world_sizes(args)}."
+            f"This model ({args.n_heads} heads, {args.kv_heads} KV heads) cannot be split over a model-parallel "
+            f"size of {world}; run it with torchrun --nproc_per_node one of {valid_world_sizes(args)} "
+            "(or pass that as model_parallel_size)."
         )
     with torch.device("meta"), _skip_fairscale_init():
         model = Transformer(args)

@@ -26,7 +26,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, 
 
 import torch
 
-from .checkpoint import PARAMS_FILE, Progress, check_keys, open_checkpoint, open_shard, read_slice, split_dim
+from .checkpoint import PARAMS_FILE, Progress, check_keys, check_out_dir, open_checkpoint, open_shard, read_slice, split_dim
 from .errors import LlamaError
 from .model import ModelArgs
 from .reshard import save_meta_checkpoint
@@ -441,20 +441,6 @@ def open_hf_checkpoint(ckpt_dir: Path) -> Tuple[dict, List[Shard]]:
 # Writing
 
 
-def _check_out_dir(out_dir: Path) -> None:
-    """Refuse an out_dir that already holds a checkpoint: stale shards mixed with new ones would make a
-    broken model."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LlamaError(f"{out_dir} exists and is not a folder. Choose a new output folder.")
-    found = [
-        p.name
-        for pattern in (CONFIG_FILE, PARAMS_FILE, "*.pth", "*.safetensors", "*.bin", "*.index.json")
-        for p in out_dir.glob(pattern)
-    ]
-    if found:
-        raise LlamaError(f"{out_dir} already holds checkpoint files ({', '.join(sorted(found)[:4])}). Choose an empty folder.")
-
-
 def _check_weight(
     name: str, shape: Tuple[int, ...], dtype: torch.dtype, expected: Tuple[int, ...], where: Path, settings: str
 ) -> None:
@@ -589,7 +575,7 @@ def meta_to_hf(
         plan.append((hf_key(key), tuple(shape), parts[0].dtype))
     tokenizer = _find_tokenizer(meta_dir, tokenizer, parent=True)
     _check_tokenizer(tokenizer, vocab)
-    _check_out_dir(out_dir)
+    check_out_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     groups = _group_by_size(plan, max_shard_size)
@@ -633,7 +619,7 @@ def hf_to_meta(hf_dir: Path, out_dir: Path, mp: int = 1, tokenizer: Optional[Pat
         _check_weight(hf_key(key), source.shape(key), source.dtype(key), expected[key], hf_dir, CONFIG_FILE)
     tokenizer = _find_tokenizer(hf_dir, tokenizer, parent=False)
     _check_tokenizer(tokenizer, vocab)
-    _check_out_dir(out_dir)
+    check_out_dir(out_dir)
     save_meta_checkpoint(params, [source], out_dir, mp, label=f"Converting {hf_dir} to Meta format")
     _copy_tokenizer(tokenizer, out_dir)
     print(f"Wrote a Meta checkpoint ({mp} shard(s)) to {out_dir}", file=sys.stderr)

@@ -150,7 +150,8 @@ class Llama:
         step for the whole batch, each row at its own position. It first yields the prompts' logprobs
         (with `logprobs and echo`: [B, longest prompt], the first column 0), then each step's
         (tokens [B], logprobs [B] or None), all on the device. It ends once every row has used its
-        budget or produced a stop id, checked without waiting on the device each step."""
+        budget or produced a stop id. That check reads the previous step's flag, so that the host never
+        waits for the step in flight, and every rank stops at the same step."""
         model = self.model
         device = model.norm.weight.device
         bsz, lengths = len(prompt_tokens), [len(t) for t in prompt_tokens]
@@ -175,32 +176,42 @@ class Llama:
         stop_ids_t = torch.tensor(list(stop_ids), device=device)
         ended = torch.zeros(bsz, dtype=torch.bool, device=device)
         all_ended = torch.zeros((), dtype=torch.bool, pin_memory=device.type == "cuda")
+        copied = torch.cuda.Event() if device.type == "cuda" else None
         positions = last.unsqueeze(1)
         for step in range(max(budgets)):
             next_tokens = self._sample(logits, temperature, top_p)
             token_lp = F.log_softmax(logits, dim=-1).gather(-1, next_tokens[:, None]).squeeze(-1) if logprobs else None
             yield next_tokens, token_lp
-            ended |= torch.isin(next_tokens, stop_ids_t) | (budgets_t <= step + 1)
-            # Non-blocking: the loop may run a step past the end rather than wait on the device.
-            all_ended.copy_(ended.all(), non_blocking=True)
-            if step + 1 == max(budgets) or bool(all_ended):
+            if step + 1 == max(budgets):
                 return
+            if step > 0:  # the previous step's flag: its copy is done by now, or nearly
+                if copied is not None:
+                    copied.synchronize()
+                if bool(all_ended):
+                    return
+            ended |= torch.isin(next_tokens, stop_ids_t) | (budgets_t <= step + 1)
+            all_ended.copy_(ended.all(), non_blocking=True)
+            if copied is not None:
+                copied.record()
             positions = (positions + 1).clamp(max=model.params.max_seq_len - 1)
             logits = self._decode(next_tokens.unsqueeze(1), positions, kv_len=max_prompt + step + 1)
 
     def _decode(self, tokens: torch.Tensor, positions: torch.Tensor, kv_len: int) -> torch.Tensor:
-        """One decode step's logits [B, vocab]. Compiled, it always attends over the whole cache, so
-        that shapes stay static and the step compiles once per batch size."""
+        """One decode step's logits [B, vocab]. Compiled, it keeps shapes static so that it compiles
+        once per batch bucket: it attends over the whole cache, and the batch is padded to a power of
+        two (rows past the batch write only cache rows it does not use)."""
         max_seq_len = self.model.params.max_seq_len
         if not self.compiled:
             return self.model.forward_rows(tokens, positions, kv_len=min(kv_len, max_seq_len))[:, 0]
         bsz = tokens.shape[0]
+        bucket = min(self.model.params.max_batch_size, 1 << (bsz - 1).bit_length())
         start = time.perf_counter()
-        logits = self._decode_step(tokens, positions, max_seq_len)[:, 0]
-        if bsz not in self._compiled_batch_sizes:
-            self._compiled_batch_sizes.add(bsz)
+        padding = (0, 0, 0, bucket - bsz)
+        logits = self._decode_step(F.pad(tokens, padding), F.pad(positions, padding), max_seq_len)[:bsz, 0]
+        if bucket not in self._compiled_batch_sizes:
+            self._compiled_batch_sizes.add(bucket)
             if is_main_rank():
-                print(f"Compiled the decode step for batch size {bsz} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+                print(f"Compiled the decode step for batch size {bucket} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         return logits
 
     @torch.inference_mode()
@@ -221,8 +232,11 @@ class Llama:
         steps = self._steps(prompt_tokens, budgets, temperature, top_p, logprobs, echo, [self.tokenizer.eos_id])
         prompt_lp = next(steps)
         generated = list(steps)
-        new_tokens = torch.stack([t for t, _ in generated], dim=1).tolist()
-        new_lp = torch.stack([lp for _, lp in generated], dim=1).tolist() if logprobs else None
+        if generated:
+            new_tokens = torch.stack([t for t, _ in generated], dim=1).tolist()
+            new_lp = torch.stack([lp for _, lp in generated], dim=1).tolist() if logprobs else None
+        else:  # every prompt already fills max_seq_len
+            new_tokens = new_lp = [[] for _ in prompt_tokens]
         out_tokens, out_lp = [], []
         for i, (prompt, budget) in enumerate(zip(prompt_tokens, budgets)):
             toks = new_tokens[i][:budget]
@@ -232,7 +246,6 @@ class Llama:
                 out_lp.append((prompt_lp[i, : len(prompt)].tolist() if echo else []) + new_lp[i][:n])
         return out_tokens, (out_lp if logprobs else None)
 
-    @torch.inference_mode()
     def _stream(
         self,
         prompt_tokens: List[List[int]],
@@ -245,12 +258,23 @@ class Llama:
         rows: List["_Row"],
     ) -> Iterator[List[str]]:
         """Generation that yields, each step, the text each sequence gained. It fills `rows` with each
-        sequence's tokens, logprobs and text, each cut at its first stop token or stop string."""
+        sequence's tokens, logprobs and text, each cut at its first stop token or stop string. The
+        arguments are checked at the call, not at the first step."""
         self._check_batch(prompt_tokens, max_gen_len, temperature, top_p)
         budgets = self._budgets(prompt_tokens, max_gen_len)
         stop_ids = {self.tokenizer.eos_id, *stop_token_ids}
         rows[:] = [_Row(TextStream(self.tokenizer, stop), budget) for budget in budgets]
         steps = self._steps(prompt_tokens, budgets, temperature, top_p, logprobs, False, sorted(stop_ids))
+        return self._stream_pieces(steps, rows, logprobs, stop_ids)
+
+    @torch.inference_mode()
+    def _stream_pieces(
+        self,
+        steps: Iterator[Tuple[torch.Tensor, Optional[torch.Tensor]]],
+        rows: List["_Row"],
+        logprobs: bool,
+        stop_ids: set,
+    ) -> Iterator[List[str]]:
         next(steps)
         pieces = [""] * len(rows)
         for tokens, lps in steps:
@@ -298,7 +322,7 @@ class Llama:
             rows: List[_Row] = []
             for _ in self._stream(prompt_tokens, max_gen_len, temperature, top_p, logprobs, stop or (), stop_token_ids or (), rows):
                 pass
-            return [(row.text.text, row.text.tokens, row.logprobs) for row in rows]
+            return [(row.text.text, row.text.tokens, row.logprobs[: len(row.text.tokens)]) for row in rows]
         tokens, lps = self.generate(prompt_tokens, max_gen_len, temperature, top_p, logprobs, echo)
         return [(self.tokenizer.decode(t), t, lps[i] if lps else []) for i, t in enumerate(tokens)]
 
@@ -387,14 +411,18 @@ class Llama:
         prompt_tokens, safe = self._chat_prompts(dialogs)
         first = [UNSAFE_ERROR if i not in safe else "" for i in range(len(dialogs))]
         if not prompt_tokens:
-            yield first
-            return
+            return iter([first])
         stream = self.generate_stream(prompt_tokens, self._max_gen_len(max_gen_len), temperature, top_p, stop, stop_token_ids)
-        for pieces in stream:
-            out, first = first, [""] * len(dialogs)
-            for i, piece in zip(safe, pieces):
-                out[i] = piece
-            yield out
+        return _spread(stream, first, safe)
+
+
+def _spread(stream: Iterator[List[str]], first: List[str], safe: List[int]) -> Iterator[List[str]]:
+    """A stream over the safe dialogs, widened to all of them; the others' error message comes first."""
+    for pieces in stream:
+        out, first = first, [""] * len(first)
+        for i, piece in zip(safe, pieces):
+            out[i] = piece
+        yield out
 
 
 class _Row:
@@ -422,7 +450,4 @@ def _compile_options(model: Transformer) -> dict:
     """torch.compile settings for the decode step: CUDA graphs on GPU, frozen weights on CPU."""
     if model.norm.weight.device.type == "cuda":
         return {"mode": "reduce-overhead"}
-    import torch._inductor.config as inductor_config
-
-    inductor_config.freezing = True
-    return {}
+    return {"options": {"freezing": True}}

@@ -15,6 +15,8 @@ from fairscale.nn.model_parallel.layers import (
 )
 from torch import nn
 
+from .errors import LlamaError
+
 
 @dataclass
 class ModelArgs:
@@ -49,6 +51,10 @@ class ModelArgs:
         """KV heads held by one of `world_size` ranks: a share, or one replicated head
         when there are more ranks than KV heads."""
         return max(1, self.kv_heads // world_size)
+
+    def n_rep(self, world_size: int) -> int:
+        """Query heads per KV head on one of `world_size` ranks."""
+        return self.n_heads // world_size // self.local_kv_heads(world_size)
 
 
 def _keep(weight: torch.Tensor) -> torch.Tensor:
@@ -140,7 +146,8 @@ class Attention(nn.Module):
         mask: torch.Tensor,
     ) -> torch.Tensor:
         """Attend from x [B, S, dim] at `positions` [B, S] to the cache, after writing this step's keys
-        and values into it. `mask` [B, 1, S, T] is added to the scores over the first T cache slots."""
+        and values into it. `mask` [B or 1, 1, n_rep * S, T] says which of the first T cache slots each
+        query row of the grouped view below may see."""
         bsz, seqlen, _ = x.shape
         q = column_parallel(x, self.wq).view(bsz, seqlen, self.n_local_heads, self.head_dim)
         k = column_parallel(x, self.wk).view(bsz, seqlen, self.n_local_kv_heads, self.head_dim)
@@ -156,9 +163,7 @@ class Attention(nn.Module):
 
         # Grouped-query attention as a grouped view: the query heads that share a KV head become extra
         # query rows of that head (heads kv*n_rep .. kv*n_rep + n_rep - 1 use KV head kv). No KV copy.
-        n_rep = self.n_local_heads // self.n_local_kv_heads
-        q = q.transpose(1, 2).reshape(bsz, self.n_local_kv_heads, n_rep * seqlen, self.head_dim)
-        mask = mask.repeat(1, 1, n_rep, 1) if n_rep > 1 else mask
+        q = q.transpose(1, 2).reshape(bsz, self.n_local_kv_heads, -1, self.head_dim)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
         out = out.view(bsz, self.n_local_heads, seqlen, self.head_dim).transpose(1, 2)
         return row_parallel(out.reshape(bsz, seqlen, -1), self.wo)
@@ -198,6 +203,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(params) for _ in range(params.n_layers))
         self.norm = RMSNorm(params.dim, eps=params.norm_eps)
         self.output = ColumnParallelLinear(params.dim, params.vocab_size, bias=False, init_method=_keep)
+        self.n_rep = params.n_rep(get_model_parallel_world_size())
         self.init_buffers()
 
     def init_buffers(self) -> None:
@@ -215,6 +221,11 @@ class Transformer(nn.Module):
         """Logits [B, S, vocab] (float32) for tokens [B, S] placed at positions start_pos..start_pos+S-1
         of every row, reading and filling the KV cache."""
         bsz, seqlen = tokens.shape
+        if bsz > self.params.max_batch_size or start_pos + seqlen > self.params.max_seq_len:
+            raise LlamaError(
+                f"A batch of {bsz} x positions {start_pos}..{start_pos + seqlen - 1} does not fit the KV cache "
+                f"(max_batch_size={self.params.max_batch_size}, max_seq_len={self.params.max_seq_len})."
+            )
         positions = torch.arange(start_pos, start_pos + seqlen, device=tokens.device).expand(bsz, seqlen)
         return self.forward_rows(tokens, positions, kv_len=start_pos + seqlen)
 
@@ -227,13 +238,16 @@ class Transformer(nn.Module):
     ) -> torch.Tensor:
         """The forward pass with a position for every token, so that each row of a batch can be at its
         own place in its sequence. Attention covers the first `kv_len` cache slots (any bound at or
-        above the largest position works). With `logits_at` [B], only the logits at those sequence
-        indices are computed, shaped [B, 1, vocab]; otherwise all of them."""
+        above the largest position works); kv_len equal to the number of tokens means a fresh prefill,
+        every row at positions 0..S-1. With `logits_at` [B], only the logits at those sequence indices
+        are computed, shaped [B, 1, vocab]; otherwise all of them."""
         h = gather_last_dim(F.embedding(tokens, self.tok_embeddings.weight))
         cos, sin = self.rope_cos[positions], self.rope_sin[positions]
-        slots = torch.arange(kv_len, device=tokens.device)
-        visible = (slots <= positions.unsqueeze(-1)).unsqueeze(1)
-        mask = torch.zeros(visible.shape, dtype=h.dtype, device=h.device).masked_fill(~visible, float("-inf"))
+        # One mask for every layer, its rows laid out as the attention's grouped view (n_rep query heads
+        # per KV head); a fresh prefill needs only one row's, shared across the batch.
+        mask_positions = positions[:1] if kv_len == tokens.shape[1] else positions
+        visible = torch.arange(kv_len, device=tokens.device) <= mask_positions.unsqueeze(-1)
+        mask = visible.unsqueeze(1).repeat(1, 1, self.n_rep, 1)
         for layer in self.layers:
             h = layer(h, positions, cos, sin, mask)
         if logits_at is not None:

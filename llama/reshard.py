@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import IGNORED_KEYS, PARAMS_FILE, Progress, Shard, open_checkpoint, read_slice, valid_world_sizes
+from .checkpoint import IGNORED_KEYS, PARAMS_FILE, Progress, Shard, check_out_dir, open_checkpoint, read_slice, valid_world_sizes
 from .errors import LlamaError
 from .model import ModelArgs
 
@@ -63,8 +63,7 @@ def save_meta_checkpoint(params: dict, shards: list[Shard], out_dir: Path, mp: i
 
 def reshard(in_dir: Path, out_dir: Path, mp: int) -> None:
     """Re-split the Meta checkpoint in `in_dir` into `mp` shards in `out_dir`."""
-    if out_dir.resolve() == in_dir.resolve():
-        raise LlamaError("OUT_DIR must differ from IN_DIR.")
+    check_out_dir(out_dir)
     params, shards = open_checkpoint(in_dir)
     save_meta_checkpoint(params, shards, out_dir, mp)
     print(f"Wrote {mp} shard(s) and {PARAMS_FILE} to {out_dir}", file=sys.stderr)

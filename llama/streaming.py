@@ -8,7 +8,8 @@ from .tokenizer import Tokenizer
 class TextStream:
     """Decodes a growing token sequence and hands out only text that can no longer change: never half
     of a multi-byte character, and never the start of what may become a stop string. Joined, the
-    pieces equal the decoded sequence, cut before the first stop string."""
+    pieces equal the decoded sequence, cut before the first stop string; `tokens` is then cut to the
+    tokens that text needs."""
 
     def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()):
         self.tokenizer = tokenizer
@@ -18,13 +19,18 @@ class TextStream:
         self.stopped = False
 
     def add(self, token: int) -> str:
-        """Take the next token; return the text it makes final."""
+        """Take the next token; return the text it makes final (nothing once a stop string was seen)."""
+        if self.stopped:
+            return ""
         self.tokens.append(token)
         decoded = self.tokenizer.decode(self.tokens)
         hits = [decoded.find(s) for s in self.stop if s in decoded]
         if hits:
             self.stopped = True
-            return self._advance(decoded[: min(hits)])
+            kept = decoded[: min(hits)]
+            # keep only the tokens the kept text needs (one may straddle the cut)
+            self.tokens = next(self.tokens[:n] for n in range(len(self.tokens) + 1) if self.tokenizer.decode(self.tokens[:n]).startswith(kept))
+            return self._advance(kept)
         settled = decoded.rstrip("\ufffd")  # an unfinished UTF-8 character decodes to U+FFFD
         return self._advance(settled[: len(settled) - self._stop_prefix_len(settled)])
 

@@ -79,3 +79,9 @@ def test_ctrl_c_on_a_terminal_stops_the_answer_and_keeps_the_session(tiny_ckpt):
     finally:
         proc.kill()
         os.close(main)
+
+
+def test_bad_chat_flags_are_refused_before_loading(tiny_ckpt):
+    for extra, message in ((["--system", "x <<SYS>> y"], "--system: Error: special tags"), (["--max_gen_len", "128"], "must be less than --max_seq_len")):
+        proc = subprocess.run([sys.executable, *chat_args(tiny_ckpt), *extra], input="", cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and message in proc.stderr and "Loaded in" not in proc.stderr

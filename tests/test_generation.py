@@ -83,11 +83,13 @@ def test_text_and_chat_completion_shapes(llama32):
     ],
 )
 def test_bad_generation_arguments_leave_the_model_usable(llama32, kwargs, message):
+    before = llama32.text_completion(["Hello there"], max_gen_len=4, temperature=0, logprobs=True)
     args = dict(prompts=["Hello"], temperature=0.0, top_p=0.9, max_gen_len=4) | kwargs
     with pytest.raises(LlamaError, match=message):
         llama32.text_completion(**args)
-    before = llama32.text_completion(["Hello there"], max_gen_len=4, temperature=0)
-    assert before == llama32.text_completion(["Hello there"], max_gen_len=4, temperature=0)
+    with pytest.raises(LlamaError, match=message):
+        llama32.text_completion_stream(**args)  # checked at the call, not the first step
+    assert llama32.text_completion(["Hello there"], max_gen_len=4, temperature=0, logprobs=True) == before
 
 
 @pytest.mark.parametrize(
@@ -106,5 +108,13 @@ def test_bad_dialogs_are_rejected(llama32, dialogs, message):
 
 def test_prompt_filling_max_seq_len_gets_no_new_tokens(llama32):
     prompt = [1] + [50] * 95
-    tokens, logprobs = llama32.generate([prompt, [1, 2 + 3]], 10, temperature=0, logprobs=True)
-    assert tokens[0] == [] and logprobs[0] == []
+    tokens, logprobs = llama32.generate([prompt, [1, 5]], 10, temperature=0, logprobs=True)
+    assert tokens[0] == [] and logprobs[0] == [] and len(tokens[1]) > 0
+    assert llama32.generate([prompt, prompt], 10, logprobs=True) == ([[], []], [[], []])
+    echoed, echoed_lp = llama32.generate([prompt], 10, logprobs=True, echo=True)
+    assert echoed == [prompt] and len(echoed_lp[0]) == len(prompt)
+
+
+def test_forward_past_the_cache_is_a_clear_error(llama32):
+    with pytest.raises(LlamaError, match="does not fit the KV cache"):
+        llama32.model.forward(torch.ones(1, 10, dtype=torch.long), 90)

@@ -51,3 +51,9 @@ def test_resharded_checkpoint_generates_the_same(tiny_ckpt, tmp_path):
         llama = Llama.build(str(ckpt), str(tiny_ckpt / "tokenizer.model"), 32, 2, dtype="float32")
         results.append(llama.generate(prompts, 8, temperature=0, logprobs=True))
     assert results[0] == results[1]
+
+
+def test_output_folder_holding_a_checkpoint_is_refused(tiny_ckpt, tmp_path):
+    assert reshard(tiny_ckpt, tmp_path / "out", 4).returncode == 0
+    proc = reshard(tiny_ckpt, tmp_path / "out", 2)
+    assert proc.returncode == 1 and "already holds checkpoint files" in proc.stderr

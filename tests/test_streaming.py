@@ -48,8 +48,11 @@ def test_stop_string_ends_only_the_sequences_that_contain_it(llama32):
     cut = plain[0][: plain[0].find(stop)]
     results = llama32.text_completion(PROMPTS, temperature=0, max_gen_len=40, stop=[stop], logprobs=True)
     assert [r["generation"] for r in results] == [cut] + plain[1:]
-    assert len(results[0]["tokens"]) == len(results[0]["logprobs"])
-    assert "".join(results[0]["tokens"]).startswith(cut.lstrip())
+    # tokens and logprobs cover the kept text and no more: the fewest leading tokens whose text holds it
+    ids, _ = llama32.generate([llama32.tokenizer.encode(PROMPTS[0], bos=True, eos=False)], 40, temperature=0)
+    n = len(results[0]["tokens"])
+    assert n == len(results[0]["logprobs"]) and results[0]["tokens"] == [llama32.tokenizer.decode([t]) for t in ids[0][:n]]
+    assert llama32.tokenizer.decode(ids[0][:n]).startswith(cut) and not llama32.tokenizer.decode(ids[0][: n - 1]).startswith(cut)
     streamed = joined(llama32.text_completion_stream(PROMPTS, temperature=0, max_gen_len=40, stop=[stop]))
     assert streamed == [cut] + plain[1:]
 
