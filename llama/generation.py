@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple, TypedDict
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from fairscale.nn.model_parallel.initialize import get_model_parallel_rank, get_model_parallel_world_size
 

@@ -156,7 +156,7 @@ def test_pytorch_model_bin_loads_like_safetensors(hf_pair, tmp_path):
     model, path = hf_pair
     shutil.copyfile(path / "config.json", tmp_path / "config.json")
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
-    (params, (from_bin,)), (_, (from_st,)) = open_hf_checkpoint(tmp_path), open_hf_checkpoint(path)
+    (_, (from_bin,)), (_, (from_st,)) = open_hf_checkpoint(tmp_path), open_hf_checkpoint(path)
     assert list(from_bin) == list(from_st)
     for key in from_st:
         assert torch.equal(from_bin[key], from_st[key]), key
