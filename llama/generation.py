@@ -44,11 +44,8 @@ class Llama:
     def __init__(self, model: Transformer, tokenizer: Tokenizer, compile: bool = False):
         self.model = model
         self.tokenizer = tokenizer
-        self.compiled = compile
-        self._decode_step = self.model.forward_rows
+        self._compiled_step = torch.compile(model.forward_rows, dynamic=False, **_compile_options(model)) if compile else None
         self._compiled_batch_sizes: set = set()
-        if compile:
-            self._decode_step = torch.compile(self.model.forward_rows, dynamic=False, **_compile_options(model))
 
     @staticmethod
     def build(
@@ -200,13 +197,13 @@ class Llama:
         once per batch bucket: it attends over the whole cache, and the batch is padded to a power of
         two (rows past the batch write only cache rows it does not use)."""
         max_seq_len = self.model.params.max_seq_len
-        if not self.compiled:
+        if self._compiled_step is None:
             return self.model.forward_rows(tokens, positions, kv_len=min(kv_len, max_seq_len))[:, 0]
         bsz = tokens.shape[0]
         bucket = min(self.model.params.max_batch_size, 1 << (bsz - 1).bit_length())
         start = time.perf_counter()
         padding = (0, 0, 0, bucket - bsz)
-        logits = self._decode_step(F.pad(tokens, padding), F.pad(positions, padding), max_seq_len)[:bsz, 0]
+        logits = self._compiled_step(F.pad(tokens, padding), F.pad(positions, padding), max_seq_len)[:bsz, 0]
         if bucket not in self._compiled_batch_sizes:
             self._compiled_batch_sizes.add(bucket)
             if is_main_rank():
@@ -321,7 +318,7 @@ class Llama:
             rows: List[_Row] = []
             for _ in self._stream(prompt_tokens, max_gen_len, temperature, top_p, logprobs, stop or (), stop_token_ids or (), rows):
                 pass
-            return [(row.text.text, row.text.tokens, row.logprobs[: len(row.text.tokens)]) for row in rows]
+            return [(row.text.text, row.text.tokens, row.logprobs) for row in rows]
         tokens, lps = self.generate(prompt_tokens, max_gen_len, temperature, top_p, logprobs, echo)
         return [(self.tokenizer.decode(t), t, lps[i] if lps else []) for i, t in enumerate(tokens)]
 
@@ -441,6 +438,8 @@ class _Row:
             return ""
         self.logprobs.append(logprob)
         piece = self.text.add(token)
+        if self.text.stopped:  # the text may have dropped tokens past the stop string's start
+            del self.logprobs[len(self.text.tokens) :]
         self.done = self.text.stopped or len(self.text.tokens) >= self.budget
         return piece
 
